@@ -1,0 +1,36 @@
+# iommufd vIOMMU for Linux 6.12 LTS: the front door.
+#   make test   deps -> tree -> build (x86_64, arm64) -> boot -> summary
+#   make run    the arm64 demo: nested-capable SMMUv3 + edu in QEMU
+#   make check  checkpatch, per-patch build on both arches, sparse, kernel-doc
+#   make tree / make export   kernel tree <-> patches/
+# Every generated thing lives in build/.
+S := scripts
+ARCHES := x86_64 arm64
+
+.PHONY: all test run check deps tree export build clean
+all: test
+
+deps:
+	@$(S)/deps.sh
+
+tree: deps
+	@$(S)/tree.sh
+
+export:
+	@$(S)/export.sh
+
+build: tree
+	@for a in $(ARCHES); do $(S)/build.sh $$a && $(S)/initramfs.sh $$a || exit 1; done
+
+test: build
+	@for a in $(ARCHES); do $(S)/boot.sh $$a test; done
+	@python3 $(S)/summary.py $(foreach a,$(ARCHES),$(a)=build/console-$(a)-test.log)
+
+run: tree
+	@$(S)/build.sh arm64 && $(S)/initramfs.sh arm64 && $(S)/boot.sh arm64 run
+
+check: tree
+	@$(S)/check.sh
+
+clean:
+	rm -rf build/obj-* build/initramfs-* build/console-*

@@ -1,0 +1,59 @@
+#!/bin/bash
+# boot ARCH MODE: boot build/obj-ARCH's kernel with its initramfs in QEMU
+# (TCG) and capture the console in build/console-ARCH-MODE.log.
+#   MODE=test: the guest runs the suites (guest/init); progress lines are
+#              printed as the '@@' markers go by.
+#   MODE=run:  the demo; the console is shown as it comes.
+# x86-64: q35. arm64: virt booted by UEFI (ACPI/IORT) with an emulated
+# SMMUv3 that has stage 1 and stage 2 (stage=nested), an edu DMA device
+# behind it and EL2, so the guest could run KVM.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+arch=${1:?usage: boot.sh x86_64|arm64 test|run}
+mode=${2:?usage: boot.sh x86_64|arm64 test|run}
+obj=$BUILD/obj-$arch
+logf=$BUILD/console-$arch-$mode.log
+timeout=${BOOT_TIMEOUT:-1200}
+# hugepages: the selftests' hugepage variants map 2 MiB pages (up to 128 MiB).
+cmdline="harness=$mode panic=-1 log_buf_len=4M hugepagesz=2M hugepages=160"
+# For development: BOOT_APPEND="only=iommufd_viommu" runs one fixture only.
+cmdline="$cmdline ${BOOT_APPEND:-}"
+
+case $arch in
+x86_64)
+	args=(qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 2G -no-reboot
+	      -kernel "$obj/arch/x86/boot/bzImage"
+	      -append "console=ttyS0 $cmdline") ;;
+arm64)
+	args=(qemu-system-aarch64
+	      -M virt,gic-version=3,virtualization=on,iommu=smmuv3
+	      -global arm-smmuv3.stage=nested -cpu ${ARM_CPU:-max,pauth-impdef=on} -smp 2 -m 2G
+	      -bios "$QEMU_PREFIX/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
+	      -device edu
+	      -kernel "$obj/arch/arm64/boot/Image"
+	      -append "console=ttyAMA0 acpi=force $cmdline") ;;
+*) die "unknown arch $arch" ;;
+esac
+args+=(-initrd "$BUILD/initramfs-$arch.cpio.gz" -nographic -audio none
+       -nic none -monitor none -serial stdio)
+
+t0=$(date +%s)
+log "boot $arch ($mode): console in ${logf#$TOP/}"
+set +e
+timeout --foreground "$timeout" bash -c '. "$0"; qemu "$@"' \
+	"$TOP/scripts/common.sh" "${args[@]}" </dev/null 2>&1 |
+	tr -d '\r' | tee "$logf" | while IFS= read -r line; do
+	if [ "$mode" = run ]; then
+		printf '%s\n' "$line"
+	else case $line in
+		"@@ suite "*" begin") log "boot $arch:   ${line#@@ suite } ..." ;;
+		"@@ suite "*" end"*)  log "boot $arch:   ${line#@@ suite }" ;;
+		"@@ kmemleak begin")  log "boot $arch:   kmemleak scan" ;;
+	esac fi
+done
+rc=${PIPESTATUS[0]}
+set -e
+[ "$rc" = 124 ] && echo "@@ timeout after ${timeout}s" >> "$logf"
+log "boot $arch ($mode): guest ran $(( $(date +%s) - t0 ))s"
+exit 0

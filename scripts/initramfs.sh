@@ -1,0 +1,33 @@
+#!/bin/bash
+# initramfs ARCH: build/initramfs-ARCH.cpio.gz = static busybox + guest/init
+# + the test programs built for ARCH. Rebuilt only when an input is newer.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+arch=${1:?usage: initramfs.sh x86_64|arm64}
+obj=$BUILD/obj-$arch
+out=$BUILD/initramfs-$arch.cpio.gz
+case $arch in
+x86_64) busybox=/bin/busybox ;;
+arm64)  busybox=$BUILD/arm64-busybox/bin/busybox ;;
+esac
+inputs=("$busybox" "$TOP/guest/init" "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth)
+for f in "${inputs[@]}"; do [ -f "$f" ] || die "initramfs $arch: missing $f"; done
+
+if [ -f "$out" ] && [ -z "$(find "${inputs[@]}" -newer "$out" | head -1)" ]; then
+	exit 0
+fi
+stage=$BUILD/initramfs-$arch
+rm -rf "$stage"
+mkdir -p "$stage"/{bin,sbin,dev,proc,sys,tmp,tests}
+cp "$busybox" "$stage/bin/busybox"
+# busybox --install needs to run the binary; list the applets we use instead.
+for app in sh mount umount cat echo ls sed grep date sleep sync dmesg \
+	poweroff reboot head tail mkdir rm uname wc cut tr sort basename find awk; do
+	ln -s busybox "$stage/bin/$app"
+done
+cp "$TOP/guest/init" "$stage/init"
+cp "${inputs[@]:2}" "$stage/tests/"
+(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 > "$out.tmp"
+mv "$out.tmp" "$out"
+log "initramfs $arch: $(du -h "$out" | cut -f1) -> ${out#$TOP/}"
