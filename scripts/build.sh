@@ -31,9 +31,9 @@ if [ ! -f "$obj/.config" ] || [ "$(cat "$obj/.config.stamp" 2>/dev/null)" != "$s
 	bad=$(cat "${frags[@]}" | sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=\(.*\)/\1 \2/p' |
 		while read -r sym val; do
 			if [ "$val" = n ]; then
-				grep -q "^$sym=" "$obj/.config" && echo "$sym"
-			else
-				grep -qx "$sym=$val" "$obj/.config" || echo "$sym"
+				if grep -q "^$sym=" "$obj/.config"; then echo "$sym"; fi
+			elif ! grep -qx "$sym=$val" "$obj/.config"; then
+				echo "$sym"
 			fi
 		done)
 	if [ -n "$bad" ]; then

@@ -19,3 +19,7 @@ qemu() { # qemu-system-<arch> args...
 		"$QEMU_PREFIX/usr/bin/$bin" -L "$QEMU_PREFIX/usr/share/qemu" \
 		-L "$QEMU_PREFIX/usr/share/seabios" "$@"
 }
+
+# set -e must never exit silently: say where.
+set -E
+trap 'echo "error: ${BASH_SOURCE[0]#$TOP/}:$LINENO: $BASH_COMMAND" >&2' ERR
