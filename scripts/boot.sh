@@ -19,6 +19,8 @@ timeout=${BOOT_TIMEOUT:-1200}
 cmdline="harness=$mode panic=-1 log_buf_len=4M hugepagesz=2M hugepages=160"
 # For development: BOOT_APPEND="only=iommufd_viommu" runs one fixture only.
 cmdline="$cmdline ${BOOT_APPEND:-}"
+# make run shows the SMMUv3 driver's debug lines (the vSMMU's VMID)
+[ "$mode" = run ] && cmdline="$cmdline dyndbg=\"file arm-smmu-v3-iommufd.c +p\""
 
 case $arch in
 x86_64)

@@ -60,4 +60,13 @@ if ! make -C "$KTREE/tools/testing/selftests/iommu" OUTPUT="$obj/selftests" \
 	grep -E 'error' "$logf" | head -20 >&2
 	die "build $arch: selftests build failed"
 fi
+# arm64: the end-to-end nested DMA test (a VMM in miniature, tests/)
+if [ "$arch" = arm64 ]; then
+	"${cross}gcc" -static -O2 -Wall -Wextra -Wno-unused-parameter \
+		-isystem "$obj/usr/include" -o "$obj/viommu-e2e.tmp" \
+		"$TOP/tests/viommu-e2e.c" >>"$logf" 2>&1 ||
+		die "build $arch: tests/viommu-e2e.c does not build; see ${logf#"$TOP"/}"
+	cmp -s "$obj/viommu-e2e.tmp" "$obj/viommu-e2e" 2>/dev/null &&
+		rm "$obj/viommu-e2e.tmp" || mv "$obj/viommu-e2e.tmp" "$obj/viommu-e2e"
+fi
 log "build $arch: done in $(( $(date +%s) - t0 ))s (kernel $((t1 - t0))s) -> ${obj#$TOP/}/$image"

@@ -36,8 +36,9 @@ def kselftest(arch, name, lines, end, t):
     now = start = None
     durations = []
     for ln in lines:
-        if ln.startswith('@@ t='):
-            now = float(ln[5:])
+        m = re.match(r'@@ t=(\d+\.\d+)', ln)
+        if m:
+            now = float(m.group(1))
             continue
         r = re.match(r'#\s+RUN\s+(\S+)', ln)
         if r:
