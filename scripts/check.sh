@@ -42,21 +42,32 @@ if [ ! -d "$wt" ]; then
 	git -C "$KTREE" worktree prune
 	git -C "$KTREE" worktree add -q --detach "$wt" base
 fi
+# A commit that built on both arches before (same id: same content, same
+# parents; same config fragments) is not built again.
 commits=$(git -C "$KTREE" rev-list --reverse base..HEAD)
+built=$BUILD/check-built.txt
+frag=$(cat "$TOP"/config/*.config | sha1sum | cut -c1-12)
+touch "$built"
 n=0
 for c in $commits; do
 	n=$((n + 1))
-	p=${SERIES[$((n - 1))]}
+	p=$(git -C "$KTREE" format-patch -1 --stdout --no-numbered "$c" |
+		sed -n 's/^Subject: \[PATCH\] //p')
+	if grep -qx "$c $frag" "$built"; then
+		log "check: [$n/${#SERIES[@]}] built before: $p"
+		continue
+	fi
 	git -C "$wt" checkout -q --detach "$c"
 	for arch in x86_64 arm64; do
 		t0=$(date +%s)
 		if ! KCONFIG_LENIENT=1 KTREE=$wt BUILD_OBJ=$BUILD/check-obj-$arch "$TOP/scripts/build.sh" "$arch" >/dev/null 2>&1; then
-			log "check: $p breaks the $arch build; see ${BUILD#$TOP/}/check-obj-$arch/build.log"
+			log "check: patch $n, \"$p\", breaks the $arch build; see ${BUILD#$TOP/}/check-obj-$arch/build.log"
 			grep -E 'error:|Error ' "$BUILD/check-obj-$arch/build.log" | head -10 >&2
 			exit 1
 		fi
 		log "check: [$n/${#SERIES[@]}] $arch builds: $p ($(( $(date +%s) - t0 ))s)"
 	done
+	echo "$c $frag" >> "$built"
 done
 
 # sparse and kernel-doc, base against HEAD, on the touched C files/headers.
@@ -69,16 +80,25 @@ warnings() { # rev -> warnings of sparse and kernel-doc, line numbers dropped
 		perl "$wt/scripts/kernel-doc" -none "$wt/$f" 2>&1 | sed "s|$wt/||" || true
 	done
 	for arch in x86_64 arm64; do
+		o=$BUILD/check-obj-$arch
+		# sparse on the objects the test kernel has and this rev has a source for
 		objs=$(for f in $files; do
-			case $f in *.c) [ -f "$BUILD/check-obj-$arch/${f%.c}.o" ] && echo "${f%.c}.o";; esac
+			case $f in *.c) [ -f "$o/${f%.c}.o" ] && [ -f "$wt/$f" ] && echo "${f%.c}.o";; esac
 		done)
 		[ -n "$objs" ] || continue
 		case $arch in x86_64) a="ARCH=x86_64";; arm64) a="ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-";; esac
+		# The .config of HEAD, adjusted to this rev's Kconfig without prompts
+		cp "$o/.config.head" "$o/.config"
 		# shellcheck disable=SC2086
-		make -C "$wt" O="$BUILD/check-obj-$arch" $a C=2 -j"$JOBS" $objs 2>&1 |
+		make -C "$wt" O="$o" $a -s olddefconfig >/dev/null 2>&1
+		# shellcheck disable=SC2086
+		make -C "$wt" O="$o" $a C=2 -j"$JOBS" $objs 2>&1 </dev/null |
 			grep -E 'warning:|error:' | sed "s|$wt/||" || true
 	done | sed -E 's/:[0-9]+(:[0-9]+)?:/:/' | sort -u
 }
+for arch in x86_64 arm64; do
+	cp "$BUILD/check-obj-$arch/.config" "$BUILD/check-obj-$arch/.config.head"
+done
 if [ -n "$files" ]; then
 	log "check: sparse + kernel-doc on $(echo "$files" | wc -l) touched files"
 	warnings base > "$BUILD/check-warn-base.txt"
