@@ -43,7 +43,9 @@
  *  10  DMA to an unmapped VA -> F_TRANSLATION vEVENT with the virtual SID
  *  11  invalidation arrays with refused commands (entry_num)
  *  12  teardown A: everything destroyed in order
- *  13  teardown B: rebuild, close the fds with everything alive, reuse
+ *  13  teardown B: rebuild; a fault after the vDEVICE is destroyed (still
+ *      attached) is the host's, not the guest's; close the fds with
+ *      everything alive, reuse
  *  14  KVM: the vIOMMU holds the VM (debugfs directory) until destroyed
  *
  * Output is kselftest TAP; -v adds a step-by-step narrative as '# ' lines.
@@ -166,6 +168,7 @@
 #define EVT0_ID(w)		((w) & 0xff)
 #define EVT0_SID(w)		((w) >> 32)
 #define EVQ_TIMEOUT_MS		5000
+#define HOST_EVT_LOG		"event 0x10 received"	/* arm_smmu_evtq_thread() */
 #define EVQ_REC_SIZE		(sizeof(struct iommufd_vevent_header) + \
 				 sizeof(struct iommu_vevent_arm_smmuv3))
 
@@ -217,7 +220,7 @@ enum {
 	T_INV_BADSID, T_INV_S12, T_INV_STE, T_INV_OK,
 	T_A_DETACH, T_A_NESTED, T_A_VDEV, T_A_VEVENTQ_BUSY, T_A_VEVENTQ,
 	T_A_S2_BUSY, T_A_VIOMMU, T_A_S2, T_A_IOAS,
-	T_B_BUILD, T_B_VFIO_CLOSE, T_B_CLOSE, T_B_REBIND, T_B_ATTACH, T_B_DMA,
+	T_B_BUILD, T_B_STALE_LOG, T_B_STALE_EVQ, T_B_VFIO_CLOSE, T_B_CLOSE, T_B_REBIND, T_B_ATTACH, T_B_DMA,
 	T_KVM_VM, T_KVM_VIOMMU, T_KVM_HELD, T_KVM_GONE, T_KVM_CLEAN,
 	T_COUNT
 };
@@ -272,6 +275,8 @@ static const char *const test_name[T_COUNT] = {
 	[T_A_S2]	= "teardown A: stage 2 destroyed",
 	[T_A_IOAS]	= "teardown A: guest memory unmapped, IOAS destroyed",
 	[T_B_BUILD]	= "teardown B: IOAS, S2, vIOMMU, vDEVICE, vEVENTQ, nested HWPT rebuilt, attached",
+	[T_B_STALE_LOG]	= "teardown B: vDEVICE destroyed, still attached: a fault goes to the host log",
+	[T_B_STALE_EVQ]	= "teardown B: ... and not to the vEVENTQ under the old virtual SID",
 	[T_B_VFIO_CLOSE] = "teardown B: vfio fd closed first, the vDEVICE ID then gives ENOENT",
 	[T_B_CLOSE]	= "teardown B: vIOMMU still busy, vEVENTQ fd and iommufd closed with it alive",
 	[T_B_REBIND]	= "teardown B: cdev reopened and bound to a new iommufd",
@@ -1725,6 +1730,79 @@ static const char *rebuild(struct ctx *c, int *rc)
 	return NULL;
 }
 
+/*
+ * Wait for a line containing @what in the kernel log after @kfd's position:
+ * the SMMU event thread is done with the event once it logged it.
+ */
+static bool kmsg_wait(int kfd, const char *what, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = kfd, .events = POLLIN };
+	char rec[1024];
+	ssize_t n;
+
+	for (;;) {
+		n = read(kfd, rec, sizeof(rec) - 1);
+		if (n > 0) {
+			rec[n] = 0;
+			if (strstr(rec, what))
+				return true;
+			continue;
+		}
+		if (n < 0 && errno == EPIPE)	/* overwritten records */
+			continue;
+		if (n < 0 && errno != EAGAIN)
+			return false;
+		if (poll(&pfd, 1, timeout_ms) <= 0)
+			return false;
+	}
+}
+
+/*
+ * Destroy the vDEVICE while the device stays attached to the nested HWPT,
+ * then fault: the guest no longer knows the device, so the event is the
+ * host's (logged by the SMMU driver) and not queued under the old vSID.
+ * The vDEVICE is given back for what follows.
+ */
+static void stale_vsid(struct ctx *c)
+{
+	uint8_t buf[VEVENTQ_DEPTH * EVQ_REC_SIZE];
+	bool logged = false;
+	int kfd, rc;
+	ssize_t n;
+
+	kfd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	if (kfd < 0 || lseek(kfd, 0, SEEK_END) < 0) {
+		fail_range(T_B_STALE_LOG, T_B_STALE_EVQ, "no /dev/kmsg");
+		if (kfd >= 0)
+			close(kfd);
+		return;
+	}
+	evq_drain(c, true);
+	rc = iommu_destroy(c->iommufd, c->vdev_id);
+	if (!rc) {
+		c->vdev_id = 0;
+		rc = edu_to_ram(c, VA_FAULT, FAULT_LEN);
+	}
+	if (!rc)
+		logged = kmsg_wait(kfd, HOST_EVT_LOG, EVQ_TIMEOUT_MS);
+	close(kfd);
+	vlog("vDEVICE destroyed, DMA to VA 0x%08" PRIx64 ": %s; host log: %s",
+	     VA_FAULT, ename(rc), logged ? "\"" HOST_EVT_LOG "\"" : "nothing");
+	check(T_B_STALE_LOG, !rc && logged,
+	      "destroy vDEVICE + DMA: %s; \"%s\" %sin the kernel log within %d ms",
+	      ename(rc), HOST_EVT_LOG, logged ? "" : "not ", EVQ_TIMEOUT_MS);
+	/* The event thread is done with it: no waiting for the vEVENTQ */
+	n = evq_read(c->evfd, 0, buf, sizeof(buf));
+	if (n > 0)
+		evq_parse(buf, n, true);
+	check(T_B_STALE_EVQ, logged && n == 0, "vEVENTQ read: %zd bytes", n);
+
+	rc = vdevice_alloc(c->iommufd, c->viommu_id, c->dev_id, VSID,
+			   &c->vdev_id);
+	if (rc)
+		diag("vDEVICE again: %s", ename(rc));
+}
+
 static void forget_objects(struct ctx *c)
 {
 	c->ioas_id = c->s2_id = c->viommu_id = c->vdev_id = 0;
@@ -1809,6 +1887,10 @@ static void step_teardown_b(struct ctx *c)
 	}
 	err = rebuild(c, &rc);
 	check(T_B_BUILD, !err, "rebuild: %s: %s", err, ename(rc));
+	if (err || !c->edu_ok)
+		fail_range(T_B_STALE_LOG, T_B_STALE_EVQ, "not rebuilt, or no edu");
+	else
+		stale_vsid(c);
 	close_all_alive(c);
 
 	if (reopen_bind(c)) {
