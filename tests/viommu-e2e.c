@@ -37,7 +37,8 @@
  *   4  vIOMMU (and two refused allocations)
  *   5  vDEVICE (virtual SID 0x42), vEVENTQ
  *   6  nested HWPTs from illegal, abort and bypass vSTEs
- *   7  CD + tables, stage-1 nested HWPT, attach, EBUSY on destroys
+ *   7  CD + tables, stage-1 nested HWPT, attach (refused while
+ *      allow_unsafe_nesting is 0 again), EBUSY on destroys
  *   8  DMA RAM -> edu -> RAM through both stages
  *   9  remap, CMD_TLBI_NH_VA through the vIOMMU, DMA lands at the new GPA
  *  10  DMA to an unmapped VA -> F_TRANSLATION vEVENT with the virtual SID
@@ -211,7 +212,7 @@ enum {
 	T_VIOMMU, T_VIOMMU_TYPE, T_VIOMMU_IOAS,
 	T_VDEV, T_VEVENTQ,
 	T_VSTE_SHCFG, T_VSTE_S2, T_VSTE_ABORT, T_VSTE_BYPASS,
-	T_NESTED, T_ATTACH, T_BUSY_NESTED, T_BUSY_VIOMMU, T_BUSY_S2,
+	T_NESTED, T_ATTACH_UNSAFE, T_ATTACH, T_BUSY_NESTED, T_BUSY_VIOMMU, T_BUSY_S2,
 	T_DMA1, T_DMA1_ONLY,
 	T_TLBI, T_DMA2, T_DMA2_OLD,
 	T_S2_DMA1, T_S2_REMAP, T_S2_OLD,
@@ -243,6 +244,7 @@ static const char *const test_name[T_COUNT] = {
 	[T_VSTE_ABORT]	= "nested HWPT from an abort vSTE allocated and destroyed",
 	[T_VSTE_BYPASS]	= "nested HWPT from a bypass vSTE allocated and destroyed",
 	[T_NESTED]	= "nested HWPT from a stage-1 vSTE (CD at GPA 0x01000000) allocated",
+	[T_ATTACH_UNSAFE] = "allow_unsafe_nesting=0 again: nested attach refused with EINVAL",
 	[T_ATTACH]	= "device attached to the nested HWPT",
 	[T_BUSY_NESTED]	= "destroying the attached nested HWPT fails with EBUSY",
 	[T_BUSY_VIOMMU]	= "destroying the vIOMMU in use fails with EBUSY",
@@ -1343,6 +1345,20 @@ static void step_nested(struct ctx *c)
 	vlog("nested HWPT %u on vIOMMU %u", c->nested_id, c->viommu_id);
 	check(T_NESTED, !rc && c->nested_id, "nested HWPT alloc: %s",
 	      ename(rc));
+
+	/* Each nested device is checked, not only the parent's (no S2FWB) */
+	pt = c->nested_id;
+	rc = set_unsafe_nesting(0);
+	if (!rc) {
+		rc = c->nested_id ? vfio_attach(c->vfd, &pt) : -ENOENT;
+		if (!rc)
+			vfio_detach(c->vfd);
+		if (set_unsafe_nesting(1))
+			diag("allow_unsafe_nesting=1 again failed");
+	}
+	vlog("allow_unsafe_nesting=0: attach to HWPT %u: %s", c->nested_id,
+	     ename(rc));
+	check_err(T_ATTACH_UNSAFE, rc, EINVAL, "nested attach");
 
 	pt = c->nested_id;
 	rc = c->nested_id ? vfio_attach(c->vfd, &pt) : -ENOENT;
