@@ -1,19 +1,24 @@
 #!/bin/bash
-# boot ARCH MODE: boot build/obj-ARCH's kernel with its initramfs in QEMU
-# (TCG) and capture the console in build/console-ARCH-MODE.log.
+# boot ARCH MODE [PART]: boot build/obj-ARCH's kernel with its initramfs in
+# QEMU (TCG) and capture the console in build/console-ARCH-MODE[-PART].log.
 #   MODE=test: the guest runs the suites (guest/init); progress lines are
 #              printed as the '@@' markers go by.
 #   MODE=run:  the demo; the console is shown as it comes.
+#   PART=1|2:  this guest runs only its part of the suites (guest/init), so
+#              two guests of one kernel can run side by side.
 # x86-64: q35. arm64: virt booted by UEFI (ACPI/IORT) with an emulated
 # SMMUv3 that has stage 1 and stage 2 (stage=nested), an edu DMA device
 # behind it and EL2, so the guest could run KVM.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-arch=${1:?usage: boot.sh x86_64|arm64 test|run}
-mode=${2:?usage: boot.sh x86_64|arm64 test|run}
+arch=${1:?usage: boot.sh x86_64|arm64 test|run [1|2]}
+mode=${2:?usage: boot.sh x86_64|arm64 test|run [1|2]}
+part=${3:-}
+case $part in ""|1|2) ;; *) die "boot: PART is 1 or 2, not $part" ;; esac
 obj=$BUILD/obj-$arch
-logf=$BUILD/console-$arch-$mode.log
+logf=$BUILD/console-$arch-$mode${part:+-$part}.log
+name=$arch${part:+/$part}
 timeout=${BOOT_TIMEOUT:-1200}
 # One vCPU each (measured under TCG on this 2-core machine): beside the
 # x86-64 kernel build (scripts/test.sh) a second arm64 vCPU mostly spins
@@ -22,7 +27,7 @@ timeout=${BOOT_TIMEOUT:-1200}
 # hugepages: the selftests' hugepage variants map 2 MiB pages (up to 128 MiB).
 cmdline="harness=$mode panic=-1 log_buf_len=4M hugepagesz=2M hugepages=160"
 # For development: BOOT_APPEND="only=iommufd_viommu" runs one fixture only.
-cmdline="$cmdline ${BOOT_APPEND:-}"
+cmdline="$cmdline${part:+ part=$part} ${BOOT_APPEND:-}"
 # make run shows the SMMUv3 driver's debug lines (the vSMMU's VMID)
 [ "$mode" = run ] && cmdline="$cmdline dyndbg=\"file arm-smmu-v3-iommufd.c +p\""
 
@@ -53,14 +58,14 @@ if [ "$mode" = test ]; then
 		"$BUILD/initramfs-$arch.cpio.gz"; } | sha1sum | cut -c1-40)
 	if [ "${FORCE_BOOT:-0}" != 1 ] && grep -qx '@@ done' "$logf" 2>/dev/null &&
 	   [ "$(cat "$logf.stamp" 2>/dev/null)" = "$stamp" ]; then
-		log "boot $arch (test): nothing changed since the last run, its console log stands (FORCE_BOOT=1 boots again)"
+		log "boot $name (test): nothing changed since the last run, its console log stands (FORCE_BOOT=1 boots again)"
 		exit 0
 	fi
 	rm -f "$logf.stamp"
 fi
 
 t0=$(date +%s)
-log "boot $arch ($mode): console in ${logf#$TOP/}"
+log "boot $name ($mode): console in ${logf#$TOP/}"
 set +e
 timeout --foreground "$timeout" bash -c '. "$0"; qemu "$@"' \
 	"$TOP/scripts/common.sh" "${args[@]}" </dev/null 2>&1 |
@@ -68,9 +73,9 @@ timeout --foreground "$timeout" bash -c '. "$0"; qemu "$@"' \
 	if [ "$mode" = run ]; then
 		printf '%s\n' "$line"
 	else case $line in
-		"@@ suite "*" begin") log "boot $arch:   ${line#@@ suite } ..." ;;
-		"@@ suite "*" end"*)  log "boot $arch:   ${line#@@ suite }" ;;
-		"@@ kmemleak begin")  log "boot $arch:   kmemleak scan" ;;
+		"@@ suite "*" begin") log "boot $name:   ${line#@@ suite } ..." ;;
+		"@@ suite "*" end"*)  log "boot $name:   ${line#@@ suite }" ;;
+		"@@ kmemleak begin")  log "boot $name:   kmemleak scan" ;;
 	esac fi
 done
 rc=${PIPESTATUS[0]}
@@ -79,5 +84,5 @@ set -e
 if [ "$mode" = test ] && grep -qx '@@ done' "$logf"; then
 	echo "$stamp" > "$logf.stamp"
 fi
-log "boot $arch ($mode): guest ran $(( $(date +%s) - t0 ))s"
+log "boot $name ($mode): guest ran $(( $(date +%s) - t0 ))s"
 exit 0

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """summary: read the console logs of `make test` and print one summary.
 
-Per arch: the kselftest suites between '@@ suite' markers (TAP), the KUnit
-suites the kernel ran at boot (KTAP), every kernel report (KASAN, UBSAN,
-lockdep, WARN, BUG, ...) with the test that was running, and the kmemleak
-scan. The last line is 'N passed, N failed[, N skipped]'; the exit status
+Arguments are LABEL=LOG, one per guest (x86_64/1, x86_64/2, arm64). Per
+guest: the kselftest suites between '@@ suite' markers (TAP), the KUnit
+suites the kernel ran at boot (KTAP; arm64), every kernel report (KASAN,
+UBSAN, lockdep, WARN, BUG, ...) with the test that was running, and the
+kmemleak scan. The last line is 'N passed, N failed[, N skipped]'; the exit status
 is 1 when anything failed.
 """
 import re
@@ -59,7 +60,7 @@ def kselftest(arch, name, lines, end, t):
     secs = end.group(2) if end else '?'
     if end is None or totals is None:
         t.fail(f'{arch} {name}: did not finish (crash or timeout)')
-        print(f'{arch:7} {name:28} did not finish')
+        print(f'{arch:8} {name:28} did not finish')
         return
     p, f, xf, xp, s, e = totals
     t.passed += p + xf
@@ -68,7 +69,7 @@ def kselftest(arch, name, lines, end, t):
     if int(end.group(1)) != 0 and f + xp + e == 0:
         t.fail(f'{arch} {name}: exit status {end.group(1)}')
     slow = max(durations) if durations else None
-    print(f'{arch:7} {name:28} pass {p:4}  fail {f + xp + e:3}  skip {s:3}  ({secs}s'
+    print(f'{arch:8} {name:28} pass {p:4}  fail {f + xp + e:3}  skip {s:3}  ({secs}s'
           + (f'; slowest {slow[1]} {slow[0]:.1f}s)' if slow else ')'))
 
 
@@ -89,7 +90,7 @@ def kunit(arch, lines, t):
             t.passed += p
             t.failed += f
             t.skipped += sk
-            print(f'{arch:7} {"kunit " + suite:28} pass {p:4}  fail {f:3}  skip {sk:3}')
+            print(f'{arch:8} {"kunit " + suite:28} pass {p:4}  fail {f:3}  skip {sk:3}')
             suite = None
 
 
@@ -146,7 +147,7 @@ def summarize(arch, path, t, expect_kunit):
         i += 1
     for leak in leaks:
         t.fail(f'{arch} kmemleak: {leak[0]} from {" <- ".join(leak[1:4])}')
-    print(f'{arch:7} {"kmemleak":28} {len(leaks)} leak(s)')
+    print(f'{arch:8} {"kmemleak":28} {len(leaks)} leak(s)')
     if '@@ done' not in lines:
         why = 'timeout' if any(ln.startswith('@@ timeout') for ln in lines) else 'crash'
         t.fail(f'{arch}: the guest did not finish ({why}); see {path}')
