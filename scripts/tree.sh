@@ -43,6 +43,9 @@ else
 	git_k add -A
 	git_k commit -q -m "Linux $(make -s -C "$KTREE" kernelversion) (Debian linux-source-6.12)"
 	git_k tag base
+	# New commits on the series carry the series' author
+	git_k config user.name "Kernel Developer"
+	git_k config user.email "kdev@iommufd-viommu.example"
 fi
 
 for p in "${SERIES[@]}"; do

@@ -23,26 +23,35 @@
  *   GPA 0x01101000  data: first DMA destination
  *   GPA 0x01102000  data: DMA destination after the remap
  *   GPA 0x01103000  data: destination of the plain (non-nested) DMA
+ *   GPA 0x01104000  data: destination of the DMA through a bypass vSTE
  *
  * Stage-1 (guest) virtual addresses, ASID 7, 4K granule, 32-bit VA:
  *
- *   VA 0x08000000 -> GPA 0x01100000 (source)
- *   VA 0x08001000 -> GPA 0x01101000, then remapped to GPA 0x01102000
- *   VA 0x09000000    not mapped: the fault
+ *   VA 0x08000000 -> GPA 0x08000000, a 2 MiB block: the host's MSI window
+ *                    (the SMMU driver's IOMMU_RESV_SW_MSI), 1:1 as a guest
+ *                    maps it for an IORT RMR; stage 2 maps the doorbell there
+ *   VA 0x0a000000 -> GPA 0x01100000 (source)
+ *   VA 0x0a001000 -> GPA 0x01101000, then remapped to GPA 0x01102000
+ *   VA 0x0b000000    not mapped: the fault
  *
  * Flow (one TAP check or a few per step, see test_name[]):
  *   1  open iommufd and the vfio cdev, bind, IOAS, map guest memory, edu
- *   2  GET_HW_INFO
+ *   2  GET_HW_INFO, also asking for a type
  *   3  allow_unsafe_nesting 0 -> nesting parent refused, 1 -> stage 2
- *   4  vIOMMU (and two refused allocations)
+ *   4  vIOMMU (and two refused allocations); as a VMM starts: abort and
+ *      bypass vSTEs attach without a vDEVICE (DMA through bypass), a
+ *      stage-1 one does not
  *   5  vDEVICE (virtual SID 0x42), vEVENTQ
  *   6  nested HWPTs from illegal, abort and bypass vSTEs
  *   7  CD + tables, stage-1 nested HWPT, attach (refused while
  *      allow_unsafe_nesting is 0 again), EBUSY on destroys
  *   8  DMA RAM -> edu -> RAM through both stages
  *   9  remap, CMD_TLBI_NH_VA through the vIOMMU, DMA lands at the new GPA
+ *      (9b: stage 2 changes under stage 1; 9c: an MSI of edu through both
+ *      stages reaches vfio's eventfd)
  *  10  DMA to an unmapped VA -> F_TRANSLATION vEVENT with the virtual SID
- *  11  invalidation arrays with refused commands (entry_num)
+ *  11  invalidation arrays with refused commands (entry_num), the bound on
+ *      entry_num, arrays longer than a command batch
  *  12  teardown A: everything destroyed in order
  *  13  teardown B: rebuild; a fault after the vDEVICE is destroyed (still
  *      attached) is the host's, not the guest's; close the fds with
@@ -69,6 +78,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -90,14 +100,17 @@
 #define GPA_DST_A		0x01101000ULL
 #define GPA_DST_B		0x01102000ULL
 #define GPA_DST_C		0x01103000ULL
+#define GPA_DST_D		0x01104000ULL
 
 /* Stage-1 virtual addresses (all in the 2 MiB covered by the L3 table) */
-#define VA_SRC			0x08000000ULL
-#define VA_DST			0x08001000ULL
-#define VA_FAULT		0x09000000ULL
+#define VA_SRC			0x0a000000ULL
+#define VA_DST			0x0a001000ULL
+#define VA_FAULT		0x0b000000ULL
 /* A GPA mapped on its own in the IOAS, to change stage 2 under stage 1 */
 #define GPA_S2			0x02000000ULL
-#define VA_S2			0x08002000ULL
+#define VA_S2			0x0a002000ULL
+/* The SMMUv3 driver's MSI window (IOMMU_RESV_SW_MSI), mapped 1:1 */
+#define MSI_WINDOW		0x08000000ULL
 
 #define ASID			0x7
 #define VSID			0x42		/* virtual Stream ID of edu */
@@ -141,6 +154,7 @@
 /* Stage-1 descriptors, AArch64 4K granule */
 #define PTE_TABLE		0x3ULL
 #define PTE_PAGE		0x3ULL
+#define PTE_BLOCK		0x1ULL
 #define PTE_ATTRINDX(x)		((uint64_t)(x) << 2)
 #define PTE_AP_RW_EL0		(1ULL << 6)
 #define PTE_SH_ISH		(3ULL << 8)
@@ -180,6 +194,10 @@
 #define EDU_DMA_DST		0x88
 #define EDU_DMA_CNT		0x90
 #define EDU_DMA_CMD		0x98
+#define EDU_IRQ_RAISE		0x60
+#define EDU_IRQ_ACK		0x64
+#define EDU_IRQ_BIT		0x100
+#define MSI_TIMEOUT_MS		5000
 #define EDU_IDENT_VAL		0x010000edU
 #define EDU_CMD_START		0x1
 #define EDU_CMD_TO_RAM		0x2
@@ -207,18 +225,21 @@
 /* The TAP checks, in order */
 enum {
 	T_OPEN, T_BIND, T_IOAS, T_EDU,
-	T_HWINFO,
+	T_HWINFO, T_HWINFO_TYPE,
 	T_UNSAFE0, T_UNSAFE1,
 	T_VIOMMU, T_VIOMMU_TYPE, T_VIOMMU_IOAS,
+	T_GBPA_ABORT, T_GBPA_BYPASS, T_S1_NOVDEV,
 	T_VDEV, T_VEVENTQ,
 	T_VSTE_SHCFG, T_VSTE_S2, T_VSTE_ABORT, T_VSTE_BYPASS,
 	T_NESTED, T_ATTACH_UNSAFE, T_ATTACH, T_BUSY_NESTED, T_BUSY_VIOMMU, T_BUSY_S2,
 	T_DMA1, T_DMA1_ONLY,
 	T_TLBI, T_DMA2, T_DMA2_OLD,
 	T_S2_DMA1, T_S2_REMAP, T_S2_OLD,
+	T_MSI,
 	T_EVQ_EMPTY, T_FAULT_EVT, T_FAULT_HDR, T_FAULT_ID, T_FAULT_SID,
 	T_FAULT_ADDR,
 	T_INV_BADSID, T_INV_S12, T_INV_STE, T_INV_OK,
+	T_INV_BOUND, T_INV_MANY, T_INV_LATE,
 	T_A_DETACH, T_A_NESTED, T_A_VDEV, T_A_VEVENTQ_BUSY, T_A_VEVENTQ,
 	T_A_S2_BUSY, T_A_VIOMMU, T_A_S2, T_A_IOAS,
 	T_B_BUILD, T_B_STALE_LOG, T_B_STALE_EVQ, T_B_VFIO_CLOSE, T_B_CLOSE, T_B_REBIND, T_B_ATTACH, T_B_DMA,
@@ -232,11 +253,15 @@ static const char *const test_name[T_COUNT] = {
 	[T_IOAS]	= "IOAS allocated, guest memory mapped at GPA 0x01000000",
 	[T_EDU]		= "edu BAR0: ident 0x010000ed, liveness, memory and bus master on",
 	[T_HWINFO]	= "GET_HW_INFO: ARM SMMUv3 with S1P and S2P",
+	[T_HWINFO_TYPE]	= "GET_HW_INFO for type ARM_SMMUV3: the same; TEGRA241_CMDQV, INTEL_VTD: EOPNOTSUPP",
 	[T_UNSAFE0]	= "allow_unsafe_nesting=0: nesting parent refused with EOPNOTSUPP",
 	[T_UNSAFE1]	= "allow_unsafe_nesting=1: nesting parent (stage 2) allocated",
 	[T_VIOMMU]	= "vIOMMU ARM_SMMUV3 allocated on the stage 2",
 	[T_VIOMMU_TYPE]	= "vIOMMU of type DEFAULT refused with EOPNOTSUPP",
 	[T_VIOMMU_IOAS]	= "vIOMMU on an IOAS ID refused with ENOENT",
+	[T_GBPA_ABORT]	= "no vDEVICE yet: attach to an abort vSTE HWPT works",
+	[T_GBPA_BYPASS]	= "no vDEVICE yet: attach to a bypass vSTE HWPT works, DMA to GPA 0x01104000 lands (stage 2 alone)",
+	[T_S1_NOVDEV]	= "no vDEVICE yet: attach to a stage-1 vSTE HWPT refused with ENOENT",
 	[T_VDEV]	= "vDEVICE allocated with virtual SID 0x42",
 	[T_VEVENTQ]	= "vEVENTQ ARM_SMMUV3 allocated, depth 16",
 	[T_VSTE_SHCFG]	= "nested HWPT from a vSTE with SHCFG set refused with EIO",
@@ -249,24 +274,28 @@ static const char *const test_name[T_COUNT] = {
 	[T_BUSY_NESTED]	= "destroying the attached nested HWPT fails with EBUSY",
 	[T_BUSY_VIOMMU]	= "destroying the vIOMMU in use fails with EBUSY",
 	[T_BUSY_S2]	= "destroying the stage 2 in use fails with EBUSY",
-	[T_DMA1]	= "DMA to VA 0x08001000 lands at GPA 0x01101000 (both stages)",
+	[T_DMA1]	= "DMA to VA 0x0a001000 lands at GPA 0x01101000 (both stages)",
 	[T_DMA1_ONLY]	= "GPA 0x01102000 untouched by the first DMA",
 	[T_TLBI]	= "remap + CMD_TLBI_NH_VA through the vIOMMU: success, entry_num 1",
-	[T_DMA2]	= "after the remap, DMA to VA 0x08001000 lands at GPA 0x01102000",
+	[T_DMA2]	= "after the remap, DMA to VA 0x0a001000 lands at GPA 0x01102000",
 	[T_DMA2_OLD]	= "GPA 0x01101000 still holds the first pattern",
-	[T_S2_DMA1]	= "DMA to VA 0x08002000 lands in host page X at GPA 0x02000000",
+	[T_S2_DMA1]	= "DMA to VA 0x0a002000 lands in host page X at GPA 0x02000000",
 	[T_S2_REMAP]	= "stage 2 remapped to page Y (IOAS unmap+map, no guest TLBI): DMA lands in Y",
 	[T_S2_OLD]	= "host page X untouched after the stage-2 remap",
+	[T_MSI]		= "MSI of edu through both stages (doorbell in stage 2) signals the vfio eventfd",
 	[T_EVQ_EMPTY]	= "vEVENTQ empty before the fault",
-	[T_FAULT_EVT]	= "DMA to unmapped VA 0x09000000 raises a vEVENT",
+	[T_FAULT_EVT]	= "DMA to unmapped VA 0x0b000000 raises a vEVENT",
 	[T_FAULT_HDR]	= "vEVENT header: flags 0, sequence 0",
 	[T_FAULT_ID]	= "vEVENT is F_TRANSLATION (0x10)",
 	[T_FAULT_SID]	= "vEVENT StreamID is the virtual SID 0x42",
-	[T_FAULT_ADDR]	= "vEVENT InputAddr is VA 0x09000000",
+	[T_FAULT_ADDR]	= "vEVENT InputAddr is VA 0x0b000000",
 	[T_INV_BADSID]	= "invalidate [NH_ASID, CFGI_CD vSID 0x99, NH_ALL]: EIO, entry_num 1",
 	[T_INV_S12]	= "invalidate [NH_ALL, TLBI_S12_VMALL]: EIO, entry_num 1",
 	[T_INV_STE]	= "invalidate [CFGI_STE vSID 0x42]: EIO, entry_num 0",
 	[T_INV_OK]	= "invalidate [CFGI_CD, CFGI_CD_ALL vSID 0x42, NH_ALL]: success, entry_num 3",
+	[T_INV_BOUND]	= "invalidate with entry_num (1 << 19) + 1: EINVAL, entry_num 0, at once",
+	[T_INV_MANY]	= "invalidate 4096 NH_ASID commands in one call: success, entry_num 4096",
+	[T_INV_LATE]	= "invalidate [129 NH_ASID, CFGI_STE]: EIO, entry_num 129",
 	[T_A_DETACH]	= "teardown A: device detached",
 	[T_A_NESTED]	= "teardown A: nested HWPT destroyed",
 	[T_A_VDEV]	= "teardown A: vDEVICE destroyed",
@@ -476,14 +505,17 @@ static int ioas_unmap(int fd, uint32_t ioas_id, uint64_t iova, uint64_t len,
 	return rc;
 }
 
+/* @type: in, the type asked for (0: the default); out, the type given */
 static int get_hw_info(int fd, uint32_t dev_id,
 		       struct iommu_hw_info_arm_smmuv3 *info, uint32_t *type)
 {
 	struct iommu_hw_info cmd = {
 		.size = sizeof(cmd),
+		.flags = *type ? IOMMU_HW_INFO_FLAG_INPUT_TYPE : 0,
 		.dev_id = dev_id,
 		.data_len = sizeof(*info),
 		.data_uptr = (uintptr_t)info,
+		.in_data_type = *type,
 	};
 	int rc = xioctl(fd, IOMMU_GET_HW_INFO, &cmd);
 
@@ -897,6 +929,10 @@ static void s1_build(struct ctx *c)
 	gpa_put64(c, GPA_CD + 24, CD3_MAIR_ATTR0_WB);
 	gpa_put64(c, l1e, GPA_L2 | PTE_TABLE);
 	gpa_put64(c, l2e, GPA_L3 | PTE_TABLE);
+	/* The MSI window 1:1, a 2 MiB block, as a guest maps an RMR */
+	gpa_put64(c, GPA_L2 + 8 * S1_L2_IDX(MSI_WINDOW),
+		  (MSI_WINDOW & PTE_ADDR_MASK) | PTE_BLOCK | PTE_ATTRINDX(0) |
+		  PTE_AP_RW_EL0 | PTE_SH_ISH | PTE_AF);
 	for (i = 0; i < CD_SIZE / 8; i += 4)
 		vlog("CD at GPA 0x%08" PRIx64 ", words %d-%d: %016" PRIx64
 		     " %016" PRIx64 " %016" PRIx64 " %016" PRIx64, GPA_CD, i,
@@ -908,6 +944,11 @@ static void s1_build(struct ctx *c)
 	     S1_L1_IDX(VA_SRC), l1e, gpa_get64(c, l1e));
 	vlog("stage 1: L2[%" PRIu64 "] at GPA 0x%08" PRIx64 " = 0x%016" PRIx64,
 	     S1_L2_IDX(VA_SRC), l2e, gpa_get64(c, l2e));
+	vlog("stage 1: L2[%" PRIu64 "] = 0x%016" PRIx64
+	     " (VA 0x%08" PRIx64 " -> GPA 0x%08" PRIx64 ", 2 MiB: MSI window)",
+	     S1_L2_IDX(MSI_WINDOW),
+	     gpa_get64(c, GPA_L2 + 8 * S1_L2_IDX(MSI_WINDOW)), MSI_WINDOW,
+	     MSI_WINDOW);
 	s1_set_page(c, VA_SRC, GPA_SRC);
 	s1_set_page(c, VA_DST, GPA_DST_A);
 }
@@ -1183,11 +1224,14 @@ static int step_open(struct ctx *c)
 
 /* ---- step 2: GET_HW_INFO ---- */
 
+/* IOMMU_HW_INFO_TYPE_TEGRA241_CMDQV, which an SMMU without CMDQV lacks */
+#define HW_INFO_TYPE_TEGRA241_CMDQV	3
+
 static void step_hw_info(struct ctx *c)
 {
-	struct iommu_hw_info_arm_smmuv3 info = { 0 };
-	uint32_t type;
-	int rc, i;
+	struct iommu_hw_info_arm_smmuv3 info = { 0 }, info2 = { 0 };
+	uint32_t type = 0, type2, cmdqv_type, vtd_type;
+	int rc, rc2, cmdqv_rc, vtd_rc, i;
 
 	vlog("step 2: IOMMU_GET_HW_INFO");
 	rc = get_hw_info(c->iommufd, c->dev_id, &info, &type);
@@ -1199,6 +1243,21 @@ static void step_hw_info(struct ctx *c)
 			(info.idr[0] & 0x3) == 0x3,
 	      "hw_info: %s, type %u (expected %u), IDR0 0x%08x (S1P|S2P = 0x3)",
 	      ename(rc), type, IOMMU_HW_INFO_TYPE_ARM_SMMUV3, info.idr[0]);
+
+	/* As QEMU's cmdqv=auto probes: by type, a missing one is refused */
+	type2 = IOMMU_HW_INFO_TYPE_ARM_SMMUV3;
+	rc2 = get_hw_info(c->iommufd, c->dev_id, &info2, &type2);
+	cmdqv_type = HW_INFO_TYPE_TEGRA241_CMDQV;
+	cmdqv_rc = get_hw_info(c->iommufd, c->dev_id, &info2, &cmdqv_type);
+	vtd_type = IOMMU_HW_INFO_TYPE_INTEL_VTD;
+	vtd_rc = get_hw_info(c->iommufd, c->dev_id, &info2, &vtd_type);
+	vlog("asking for ARM_SMMUV3: %s; TEGRA241_CMDQV: %s; INTEL_VTD: %s",
+	     ename(rc2), ename(cmdqv_rc), ename(vtd_rc));
+	check(T_HWINFO_TYPE, !rc2 && type2 == IOMMU_HW_INFO_TYPE_ARM_SMMUV3 &&
+			     !memcmp(&info, &info2, sizeof(info)) &&
+			     cmdqv_rc == -EOPNOTSUPP && vtd_rc == -EOPNOTSUPP,
+	      "ARM_SMMUV3: %s, type %u; TEGRA241_CMDQV: %s; INTEL_VTD: %s",
+	      ename(rc2), type2, ename(cmdqv_rc), ename(vtd_rc));
 }
 
 /* ---- step 3: allow_unsafe_nesting and the stage 2 ---- */
@@ -1252,6 +1311,7 @@ static int step_viommu(struct ctx *c)
 	check_err(T_VIOMMU_IOAS, rc, ENOENT, "hwpt_id = IOAS");
 	return c->viommu_id ? 0 : -1;
 }
+
 
 /* ---- step 5: vDEVICE, vEVENTQ ---- */
 
@@ -1413,6 +1473,64 @@ static bool check_poisoned(struct ctx *c, unsigned int t, uint64_t gpa,
 		     "GPA 0x%08" PRIx64 " was written", gpa);
 }
 
+/*
+ * What a VMM does at start, before the guest installs any STE (QEMU 11.1 with
+ * arm-smmuv3,accel=on): the device goes to an abort or a bypass vSTE, as the
+ * guest's SMMU_GBPA says, with no vDEVICE yet. Only the guest's own stage 1
+ * needs the device known to the vIOMMU.
+ */
+static void step_gbpa(struct ctx *c)
+{
+	uint32_t abort_id = 0, bypass_id = 0, s1_id = 0, pt;
+	int rc, drc = 0;
+
+	vlog("step 4b: as a VMM at start: abort and bypass vSTEs, no vDEVICE");
+	rc = nested_alloc(c->iommufd, c->dev_id, c->viommu_id,
+			  STE0_V | STE0_CFG(STE_CFG_ABORT), 0, &abort_id);
+	pt = abort_id;
+	if (!rc)
+		rc = vfio_attach(c->vfd, &pt);
+	vlog("abort vSTE HWPT %u, attach: %s", abort_id, ename(rc));
+	check(T_GBPA_ABORT, !rc && pt == abort_id, "abort vSTE: %s", ename(rc));
+
+	rc = nested_alloc(c->iommufd, c->dev_id, c->viommu_id,
+			  STE0_V | STE0_CFG(STE_CFG_BYPASS), 0, &bypass_id);
+	pt = bypass_id;
+	if (!rc)
+		rc = vfio_attach(c->vfd, &pt);
+	vlog("bypass vSTE HWPT %u, attach: %s", bypass_id, ename(rc));
+	if (!rc && c->edu_ok) {
+		/* Bypass: the stage 2 alone, IOVA = GPA */
+		pattern_fill(c, GPA_SRC, PATTERN_1);
+		poison(c, GPA_DST_D);
+		drc = dma_copy(c, GPA_SRC, GPA_DST_D);
+	}
+	if (rc || !c->edu_ok)
+		check(T_GBPA_BYPASS, false, "bypass vSTE: %s%s", ename(rc),
+		      c->edu_ok ? "" : ", no edu");
+	else
+		check_pattern(c, T_GBPA_BYPASS, GPA_DST_D, PATTERN_1, drc);
+	poison(c, GPA_DST_D);
+
+	/* The tables do not matter: the attach is refused before any use */
+	rc = nested_alloc(c->iommufd, c->dev_id, c->viommu_id, vste_s1(),
+			  vste_s1_word1(), &s1_id);
+	pt = s1_id;
+	if (!rc)
+		rc = vfio_attach(c->vfd, &pt);
+	vlog("stage-1 vSTE HWPT %u, attach without a vDEVICE: %s", s1_id,
+	     ename(rc));
+	check_err(T_S1_NOVDEV, rc, ENOENT, "stage-1 vSTE attach");
+
+	vfio_detach(c->vfd);
+	if (s1_id)
+		iommu_destroy(c->iommufd, s1_id);
+	if (bypass_id)
+		iommu_destroy(c->iommufd, bypass_id);
+	if (abort_id)
+		iommu_destroy(c->iommufd, abort_id);
+}
+
 static void step_dma(struct ctx *c)
 {
 	int rc;
@@ -1531,6 +1649,74 @@ static void step_s2_remap(struct ctx *c)
 	munmap(x, 2 * SZ_4K);
 }
 
+/* ---- step 9c: MSI through both stages ---- */
+
+/* @efd >= 0: edu's MSI signals @efd; < 0: MSI off */
+static int vfio_msi(int vfd, int efd)
+{
+	struct {
+		struct vfio_irq_set set;
+		int32_t fd;
+	} cmd = {
+		.set = {
+			.argsz = efd >= 0 ? sizeof(cmd) : sizeof(cmd.set),
+			.flags = VFIO_IRQ_SET_ACTION_TRIGGER |
+				 (efd >= 0 ? VFIO_IRQ_SET_DATA_EVENTFD :
+					     VFIO_IRQ_SET_DATA_NONE),
+			.index = VFIO_PCI_MSI_IRQ_INDEX,
+			.count = efd >= 0 ? 1 : 0,
+		},
+		.fd = efd,
+	};
+
+	return xioctl(vfd, VFIO_DEVICE_SET_IRQS, &cmd);
+}
+
+/*
+ * The device's MSI write goes through the guest's stage 1, which maps the MSI
+ * window 1:1, then the stage 2, where the kernel maps the interrupt
+ * controller's doorbell when vfio sets the MSI up: the host interrupt signals
+ * vfio's eventfd, as it would inject into a guest.
+ */
+static void step_msi(struct ctx *c)
+{
+	struct pollfd pfd = { .events = POLLIN };
+	uint64_t count = 0;
+	int efd, rc, prc = 0;
+
+	vlog("step 9c: MSI of edu through stage 1 (MSI window 1:1) and stage 2");
+	if (!c->edu_ok || !c->attached) {
+		fail_range(T_MSI, T_MSI, "no edu or no nested attach");
+		return;
+	}
+	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (efd < 0) {
+		check(T_MSI, false, "eventfd: %s", ename(-errno));
+		return;
+	}
+	/* Enabled while attached to the nested HWPT, as a VMM does */
+	rc = vfio_msi(c->vfd, efd);
+	if (!rc)
+		rc = edu_wr32(c, EDU_IRQ_RAISE, EDU_IRQ_BIT);
+	if (!rc) {
+		pfd.fd = efd;
+		prc = poll(&pfd, 1, MSI_TIMEOUT_MS);
+		if (prc > 0 && read(efd, &count, sizeof(count)) != sizeof(count))
+			count = 0;
+		edu_wr32(c, EDU_IRQ_ACK, EDU_IRQ_BIT);
+	}
+	vlog("MSI on, edu raises its interrupt: %s; eventfd count %" PRIu64,
+	     ename(rc), count);
+	check(T_MSI, !rc && count >= 1,
+	      "MSI setup/raise: %s; eventfd %s within %d ms (a lost MSI is a stage-2 fault in the host log)",
+	      ename(rc), prc > 0 ? "readable" : "not signalled",
+	      MSI_TIMEOUT_MS);
+	rc = vfio_msi(c->vfd, -1);
+	if (rc)
+		diag("MSI off: %s", ename(rc));
+	close(efd);
+}
+
 /* ---- step 10: stage-1 fault -> vEVENT ---- */
 
 static void fault_checks(const uint8_t *buf, ssize_t n)
@@ -1625,6 +1811,48 @@ static void inval_check(struct ctx *c, unsigned int t,
 	      num, ename(err), want_num);
 }
 
+/* Beyond the core's bound; longer than a batch of the driver's */
+#define INV_BOUND		(1U << 19)
+#define INV_MANY		4096
+#define INV_LATE		129
+#define INV_BOUND_MS		1000
+
+static void step_invalidate_long(struct ctx *c)
+{
+	struct iommu_viommu_arm_smmuv3_invalidate *cmds;
+	struct timespec t0, t1;
+	uint32_t num, i;
+	long ms;
+	int rc;
+
+	cmds = calloc(INV_MANY, sizeof(*cmds));
+	if (!cmds) {
+		fail_range(T_INV_BOUND, T_INV_LATE, "no memory");
+		return;
+	}
+	/* Refused before a single entry is read: the buffer is much shorter */
+	num = INV_BOUND + 1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = viommu_invalidate(c->iommufd, c->viommu_id, cmds, &num);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+	     (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	vlog("entry_num %u: %s, entry_num %u, %ld ms", INV_BOUND + 1, ename(rc),
+	     num, ms);
+	check(T_INV_BOUND, rc == -EINVAL && !num && ms < INV_BOUND_MS,
+	      "got %s, entry_num %u in %ld ms; expected EINVAL, 0, < %d ms",
+	      ename(rc), num, ms, INV_BOUND_MS);
+
+	for (i = 0; i < INV_MANY; i++)
+		cmd_set(&cmds[i], CMD_TLBI_NH_ASID | CMD0_ASID(ASID), 0);
+	inval_check(c, T_INV_MANY, cmds, INV_MANY, 0, INV_MANY);
+
+	/* A bad command right after two full batches of the driver */
+	cmd_set(&cmds[INV_LATE], CMD_CFGI_STE | CMD0_SID(VSID), CMD1_LEAF);
+	inval_check(c, T_INV_LATE, cmds, INV_LATE + 1, EIO, INV_LATE);
+	free(cmds);
+}
+
 static void step_invalidate(struct ctx *c)
 {
 	struct iommu_viommu_arm_smmuv3_invalidate cmds[3];
@@ -1648,6 +1876,8 @@ static void step_invalidate(struct ctx *c)
 	cmd_set(&cmds[1], CMD_CFGI_CD_ALL | CMD0_SID(VSID), 0);
 	cmd_set(&cmds[2], CMD_TLBI_NH_ALL, 0);
 	inval_check(c, T_INV_OK, cmds, 3, 0, 3);
+
+	step_invalidate_long(c);
 }
 
 /* ---- step 12: teardown A ---- */
@@ -2101,12 +2331,14 @@ int main(int argc, char **argv)
 	step_hw_info(&c);
 	if (step_s2(&c) || step_viommu(&c))
 		goto out;
+	step_gbpa(&c);
 	step_vdev_veventq(&c);
 	step_vste(&c);
 	step_nested(&c);
 	step_dma(&c);
 	step_remap(&c);
 	step_s2_remap(&c);
+	step_msi(&c);
 	step_fault(&c);
 	step_invalidate(&c);
 	step_teardown_a(&c);
