@@ -33,4 +33,4 @@ check: tree
 	@$(S)/check.sh
 
 clean:
-	rm -rf build/obj-* build/initramfs-* build/console-*
+	rm -rf build/obj-* build/initramfs-* build/console-* build/edu-l2

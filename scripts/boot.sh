@@ -3,7 +3,8 @@
 # QEMU (TCG) and capture the console in build/console-ARCH-MODE[-PART].log.
 #   MODE=test: the guest runs the suites (guest/init); progress lines are
 #              printed as the '@@' markers go by.
-#   MODE=run:  the demo; the console is shown as it comes.
+#   MODE=run:  the demo; the console is shown as it comes from the demo's
+#              first line on (the kernel's boot log stays in the log file).
 #   PART=1|2:  this guest runs only its part of the suites (guest/init), so
 #              two guests of one kernel can run side by side.
 # x86-64: q35. arm64: virt booted by UEFI (ACPI/IORT) with an emulated
@@ -68,13 +69,15 @@ fi
 
 t0=$(date +%s)
 log "boot $name ($mode): console in ${logf#$TOP/}"
+[ "$mode" = run ] && log "boot $name (run): booting; the demo shows here once /init starts it"
 set +e +o pipefail  # QEMU's status is PIPESTATUS[0], not an error here
 # QEMU is timeout's own child: --foreground signals only that one.
 qemu_cmd "${args[0]}"
 timeout --foreground "$timeout" "${QEMU_CMD[@]}" "${args[@]:1}" </dev/null 2>&1 |
 	tr -d '\r' | tee "$logf" | while IFS= read -r line; do
 	if [ "$mode" = run ]; then
-		printf '%s\n' "$line"
+		case $line in "@@ demo"*) demo=1 ;; esac
+		[ -n "${demo:-}" ] && printf '%s\n' "$line"
 	else case $line in
 		"@@ suite "*" begin") log "boot $name:   ${line#@@ suite } ..." ;;
 		"@@ suite "*" end"*)  log "boot $name:   ${line#@@ suite }" ;;
@@ -86,6 +89,9 @@ set -e -o pipefail
 [ "$rc" = 124 ] && echo "@@ timeout after ${timeout}s" >> "$logf"
 if [ "$mode" = test ] && grep -qx '@@ done' "$logf"; then
 	echo "$stamp" > "$logf.stamp"
+fi
+if [ "$mode" = run ] && ! grep -q '^@@ demo' "$logf"; then
+	log "boot $name (run): the demo never started; the boot log is ${logf#$TOP/}"
 fi
 log "boot $name ($mode): guest ran $(( $(date +%s) - t0 ))s"
 exit 0

@@ -72,6 +72,28 @@ if [ ! -x "$BUILD/arm64-busybox/bin/busybox" ]; then
 	dpkg -x "$d"/archives/busybox-static_*.deb "$BUILD/arm64-busybox"
 fi
 
+# The L2 VMM of the accel_vmm stage: Debian's arm64 QEMU 11.1, run inside the
+# arm64 test guest through its prefix's own loader (guest/accel). Trimmed to
+# what that run loads: no docs, no ROMs or firmware of other machines (the L2
+# boots the L1's QEMU_EFI.fd).
+QEMU_ARM64=$BUILD/qemu-arm64
+if [ ! -x "$QEMU_ARM64/usr/bin/qemu-system-aarch64" ]; then
+	log "arm64 QEMU 11.1 from trixie-backports into $QEMU_ARM64"
+	d=$BUILD/apt-trixie-arm64
+	private_apt "$d" arm64 trixie trixie-backports
+	apt-get "${APT_OPTS[@]}" -o APT::Default-Release=trixie-backports \
+		-y -qq --download-only install qemu-system-arm >/dev/null
+	rm -rf "$QEMU_ARM64.tmp"
+	mkdir -p "$QEMU_ARM64.tmp"
+	for deb in "$d"/archives/*.deb; do dpkg -x "$deb" "$QEMU_ARM64.tmp"; done
+	(cd "$QEMU_ARM64.tmp" && rm -rf usr/share/doc usr/share/man usr/share/locale \
+		usr/share/lintian usr/share/bug usr/share/qemu usr/share/seabios \
+		usr/share/icons usr/share/applications etc/qemu-ifup etc/qemu-ifdown \
+		usr/bin/qemu-system-arm usr/lib/aarch64-linux-gnu/gconv)
+	rm -rf "$QEMU_ARM64"
+	mv "$QEMU_ARM64.tmp" "$QEMU_ARM64"
+fi
+
 "$QEMU_PREFIX/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path \
 	"$QEMU_PREFIX/usr/lib/x86_64-linux-gnu:$QEMU_PREFIX/lib/x86_64-linux-gnu" \
 	"$QEMU_PREFIX/usr/bin/qemu-system-aarch64" --version | head -1

@@ -33,6 +33,8 @@ class Tally:
 def kselftest(arch, name, lines, end, t):
     """A kselftest TAP suite: trust '# Totals', name every 'not ok'."""
     totals = None
+    plan = None
+    results = [0, 0, 0]  # top-level TAP lines: pass, fail, skip
     last_assert = ''
     now = start = None
     durations = []
@@ -47,6 +49,12 @@ def kselftest(arch, name, lines, end, t):
         elif re.match(r'(not )?ok \d+ ', ln) and start is not None and now is not None:
             durations.append((now - start, ln.split(' ', 3)[-1] if ln.startswith('not') else ln.split(' ', 2)[-1]))
             start = None
+        m = re.match(r'1\.\.(\d+)$', ln)
+        if m and plan is None:
+            plan = int(m.group(1))
+        m = re.match(r'(not )?ok \d+ [^#]*(# (SKIP|skip))?', ln)
+        if m:
+            results[2 if m.group(3) else 1 if m.group(1) else 0] += 1
         m = re.match(r'# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) skip:(\d+) error:(\d+)', ln)
         if m:
             totals = [int(x) for x in m.groups()]
@@ -58,6 +66,12 @@ def kselftest(arch, name, lines, end, t):
         elif re.match(r'ok \d+ ', ln):
             last_assert = ''
     secs = end.group(2) if end else '?'
+    # Plain TAP (a plan and result lines, no kselftest '# Totals'): counted
+    # here; a planned result that never came is a failure.
+    if totals is None and plan is not None and end is not None:
+        totals = [results[0], results[1], 0, 0, results[2], 0]
+    if plan is not None and totals is not None and sum(results) != plan:
+        t.fail(f'{arch} {name}: {plan} results planned, {sum(results)} reported')
     if end is None or totals is None:
         t.fail(f'{arch} {name}: did not finish (crash or timeout)')
         print(f'{arch:8} {name:28} did not finish')
