@@ -12,7 +12,7 @@ x86_64) busybox=/bin/busybox ;;
 arm64)  busybox=$BUILD/arm64-busybox/bin/busybox ;;
 esac
 inputs=("$busybox" "$TOP/guest/init" "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth)
-[ "$arch" = arm64 ] && inputs+=("$obj/viommu-e2e")
+[ "$arch" = arm64 ] && inputs+=("$obj/viommu-e2e" "$obj/viommu-2smmu")
 for f in "${inputs[@]}"; do [ -f "$f" ] || die "initramfs $arch: missing $f"; done
 
 if [ -f "$out" ] && [ -z "$(find "${inputs[@]}" -newer "$out" | head -1)" ]; then
