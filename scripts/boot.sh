@@ -34,6 +34,29 @@ cmdline="$cmdline${part:+ part=$part} ${BOOT_APPEND:-}"
 # make run shows the SMMUv3 driver's debug lines (the vSMMU's VMID)
 [ "$mode" = run ] && cmdline="$cmdline dyndbg=\"file arm-smmu-v3-iommufd.c +p\""
 
+# arm64: four SMMUv3 instances, user-created (QEMU 11.1; the guest finds
+# them in the IORT), each with edu devices behind it:
+#   pcie.0 (stage=nested): viommu-e2e's edu;
+#   A, B (stage=nested) and C (stage=1: no stage 2, so no nesting) on pxb-pcie
+#   buses 0x10, 0x20, 0x30: viommu-2smmu's deva and devc behind A, devb
+#   behind B, devd behind C, each behind a root port of its own.
+arm64_smmus=(-device arm-smmuv3,primary-bus=pcie.0,id=smmu0,stage=nested
+	     -device edu)
+for s in a:0x10:nested:2 b:0x20:nested:1 c:0x30:1:1; do
+	IFS=: read -r id bus stage nedu <<<"$s"
+	arm64_smmus+=(-device pxb-pcie,id=pxb$id,bus_nr=$bus,bus=pcie.0
+		      -device arm-smmuv3,primary-bus=pxb$id,id=smmu$id,stage=$stage)
+	for ((i = 1; i <= nedu; i++)); do
+		arm64_smmus+=(-device pcie-root-port,id=rp$id$i,bus=pxb$id,chassis=$((bus + i))
+			      -device edu,bus=rp$id$i)
+	done
+done
+# What the SMMUs tag translations with (the VMID of the STE they use), for
+# scripts/smmu-trace.py to check viommu-2smmu's VMIDs after the run
+trace=$BUILD/qemu-trace-$arch-$mode${part:+-$part}.log
+arm64_trace=(-D "$trace" -trace smmu_iotlb_lookup_hit -trace smmu_iotlb_lookup_miss
+	     -trace 'smmuv3_translate_*' -trace smmuv3_propagate_event)
+
 case $arch in
 x86_64)
 	args=(qemu-system-x86_64 -M q35 -cpu max -smp 1 -m 2G -no-reboot
@@ -41,10 +64,10 @@ x86_64)
 	      -append "console=ttyS0 $cmdline") ;;
 arm64)
 	args=(qemu-system-aarch64
-	      -M virt,gic-version=3,virtualization=on,iommu=smmuv3
-	      -global arm-smmuv3.stage=nested -cpu ${ARM_CPU:-max,pauth-impdef=on} -smp 1 -m 2G
+	      -M virt,gic-version=3,virtualization=on
+	      -cpu ${ARM_CPU:-max,pauth-impdef=on} -smp 1 -m 2G
 	      -bios "$QEMU_PREFIX/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
-	      -device edu
+	      "${arm64_smmus[@]}" "${arm64_trace[@]}"
 	      -kernel "$obj/arch/arm64/boot/Image"
 	      -append "console=ttyAMA0 acpi=force $cmdline") ;;
 *) die "unknown arch $arch" ;;
@@ -87,6 +110,14 @@ done
 rc=${PIPESTATUS[0]}
 set -e -o pipefail
 [ "$rc" = 124 ] && echo "@@ timeout after ${timeout}s" >> "$logf"
+# viommu-2smmu's VMIDs as QEMU saw them: a suite of its own in the log
+if [ "$arch" = arm64 ]; then
+	if [ "$mode" = run ]; then
+		python3 "$TOP/scripts/smmu-trace.py" "$logf" "$trace"
+	else
+		python3 "$TOP/scripts/smmu-trace.py" "$logf" "$trace" >> "$logf"
+	fi
+fi
 if [ "$mode" = test ] && grep -qx '@@ done' "$logf"; then
 	echo "$stamp" > "$logf.stamp"
 fi

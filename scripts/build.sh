@@ -76,11 +76,13 @@ fi
 # arm64: the end-to-end nested DMA test (a VMM in miniature, tests/); make
 # check, walking the series, skips it (NO_E2E=1): it needs the whole series.
 if [ "$arch" = arm64 ] && [ "${NO_E2E:-0}" != 1 ]; then
-	"${cross}gcc" -static -O2 -Wall -Wextra -Wno-unused-parameter \
-		-isystem "$obj/usr/include" -o "$obj/viommu-e2e.tmp" \
-		"$TOP/tests/viommu-e2e.c" >>"$logf" 2>&1 ||
-		die "build $arch: tests/viommu-e2e.c does not build; see ${logf#"$TOP"/}"
-	cmp -s "$obj/viommu-e2e.tmp" "$obj/viommu-e2e" 2>/dev/null &&
-		rm "$obj/viommu-e2e.tmp" || mv "$obj/viommu-e2e.tmp" "$obj/viommu-e2e"
+	for t in viommu-e2e viommu-2smmu; do
+		"${cross}gcc" -static -O2 -Wall -Wextra -Wno-unused-parameter \
+			-isystem "$obj/usr/include" -o "$obj/$t.tmp" \
+			"$TOP/tests/$t.c" >>"$logf" 2>&1 ||
+			die "build $arch: tests/$t.c does not build; see ${logf#"$TOP"/}"
+		cmp -s "$obj/$t.tmp" "$obj/$t" 2>/dev/null &&
+			rm "$obj/$t.tmp" || mv "$obj/$t.tmp" "$obj/$t"
+	done
 fi
 log "build $arch: done in $(( $(date +%s) - t0 ))s (kernel $((t1 - t0))s) -> ${obj#$TOP/}/$image"

@@ -14,7 +14,7 @@ esac
 inputs=("$busybox" "$TOP/guest/init" "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth)
 if [ "$arch" = arm64 ]; then
 	"$TOP/scripts/initramfs-accel.sh"
-	inputs+=("$obj/viommu-e2e" "$BUILD/initramfs-arm64-accel.cpio")
+	inputs+=("$obj/viommu-e2e" "$obj/viommu-2smmu" "$BUILD/initramfs-arm64-accel.cpio")
 fi
 for f in "${inputs[@]}"; do [ -f "$f" ] || die "initramfs $arch: missing $f"; done
 
@@ -33,7 +33,7 @@ for app in sh mount umount cat echo ls sed grep date sleep sync dmesg \
 done
 cp "$TOP/guest/init" "$stage/init"
 cp "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth "$stage/tests/"
-[ "$arch" = arm64 ] && cp "$obj/viommu-e2e" "$stage/tests/"
+[ "$arch" = arm64 ] && cp "$obj/viommu-e2e" "$obj/viommu-2smmu" "$stage/tests/"
 (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 > "$out.tmp"
 # arm64: the accel_vmm stage's own part (QEMU, the L2 kernel and initramfs),
 # appended as a plain cpio: the kernel unpacks concatenated archives in turn,
