@@ -90,12 +90,17 @@ def kselftest(arch, name, lines, end, t):
 def kunit(arch, lines, t):
     """KUnit suites printed at boot: '# Subtest: X' ... '# X: pass:.. fail:..'."""
     suite = None
+    cases = []
     for ln in lines:
         s = ln.strip()
         m = re.match(r'# Subtest: (\S+)', s)
         if m and ln.startswith('    # Subtest'):
             suite = m.group(1)
+            cases = []
             continue
+        m = re.match(r'(not )?ok \d+ (\S+)', s)
+        if suite and m and ln.startswith('    ' + s):
+            cases.append(('fail' if m.group(1) else 'skip' if '# SKIP' in s else 'pass', m.group(2)))
         if suite and re.match(r'not ok \d+ ', s) and ln.startswith('    not ok'):
             t.problems.append(f'{arch} kunit {suite}: {s}')
         m = re.match(r'# (\S+): pass:(\d+) fail:(\d+) skip:(\d+) total:(\d+)', s)
@@ -105,6 +110,9 @@ def kunit(arch, lines, t):
             t.failed += f
             t.skipped += sk
             print(f'{arch:8} {"kunit " + suite:28} pass {p:4}  fail {f:3}  skip {sk:3}')
+            # a line per case, so that each one's result is in the summary
+            for res, case in cases:
+                print(f'{"":8}   {res:4} {case}')
             suite = None
 
 
