@@ -2,12 +2,13 @@
 #   make test   deps -> tree -> build + boot (arm64, x86_64) -> summary
 #   make run    the arm64 demo: nested-capable SMMUv3 + edu in QEMU
 #   make check  checkpatch, per-patch build on both arches, sparse, kernel-doc
+#   make bench  what the series costs: one table of ratios (not in make test)
 #   make tree / make export   kernel tree <-> patches/
 # Every generated thing lives in build/.
 S := scripts
 ARCHES := x86_64 arm64
 
-.PHONY: all test run check deps tree export build clean
+.PHONY: all test run check bench deps tree export build clean
 all: test
 
 deps:
@@ -32,5 +33,8 @@ run: tree
 check: tree
 	@$(S)/check.sh
 
+bench: tree
+	@$(S)/bench.sh
+
 clean:
-	rm -rf build/obj-* build/initramfs-* build/console-* build/edu-l2
+	rm -rf build/obj-* build/initramfs-* build/console-* build/edu-l2 build/qemu-trace-*

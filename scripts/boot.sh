@@ -5,6 +5,13 @@
 #              printed as the '@@' markers go by.
 #   MODE=run:  the demo; the console is shown as it comes from the demo's
 #              first line on (the kernel's boot log stays in the log file).
+#   MODE=bench: one set of the benchmark (scripts/bench.sh), PART=SET or
+#              SET-nodebug (build/obj-ARCH-nodebug's kernel, same initramfs).
+#              SET mock, or smmu (arm64): under -icount, where the guest
+#              clock counts the guest's instructions (a cost the host's load
+#              cannot change); smmu traces the SMMUv3 command queues into
+#              build/qemu-trace-arm64-bench-PART.log. SET churn: two vCPUs,
+#              each a host thread (multi-threaded TCG), wall clock.
 #   PART=1|2:  this guest runs only its part of the suites (guest/init), so
 #              two guests of one kernel can run side by side.
 # x86-64: q35. arm64: virt booted by UEFI (ACPI/IORT) with an emulated
@@ -13,11 +20,16 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-arch=${1:?usage: boot.sh x86_64|arm64 test|run [1|2]}
-mode=${2:?usage: boot.sh x86_64|arm64 test|run [1|2]}
+arch=${1:?usage: boot.sh x86_64|arm64 test|run|bench [PART]}
+mode=${2:?usage: boot.sh x86_64|arm64 test|run|bench [PART]}
 part=${3:-}
-case $part in ""|1|2) ;; *) die "boot: PART is 1 or 2, not $part" ;; esac
+case $mode:$part in
+test:|test:[12]|run:|bench:mock|bench:churn|bench:smmu) ;;
+bench:mock-nodebug|bench:churn-nodebug|bench:smmu-nodebug) ;;
+*) die "boot: PART is 1 or 2 (test), or mock|churn|smmu[-nodebug] (bench), not '$part'" ;;
+esac
 obj=$BUILD/obj-$arch
+[ "${part%-nodebug}" != "$part" ] && obj=$BUILD/obj-$arch-nodebug
 logf=$BUILD/console-$arch-$mode${part:+-$part}.log
 name=$arch${part:+/$part}
 # A whole guest; each selftest has its own 120 s limit. The arm64 guest took
@@ -33,6 +45,7 @@ cmdline="harness=$mode panic=-1 log_buf_len=4M hugepagesz=2M hugepages=160"
 cmdline="$cmdline${part:+ part=$part} ${BOOT_APPEND:-}"
 # make run shows the SMMUv3 driver's debug lines (the vSMMU's VMID)
 [ "$mode" = run ] && cmdline="$cmdline dyndbg=\"file arm-smmu-v3-iommufd.c +p\""
+[ "$mode" = bench ] && cmdline="$cmdline bench=${part%-nodebug}"
 
 # arm64: four SMMUv3 instances, user-created (QEMU 11.1; the guest finds
 # them in the IORT), each with edu devices behind it:
@@ -56,16 +69,26 @@ done
 trace=$BUILD/qemu-trace-$arch-$mode${part:+-$part}.log
 arm64_trace=(-D "$trace" -trace smmu_iotlb_lookup_hit -trace smmu_iotlb_lookup_miss
 	     -trace 'smmuv3_translate_*' -trace smmuv3_propagate_event)
+smp=1 bench_args=()
+case $mode:${part%-nodebug} in
+bench:churn) smp=2 ;;
+bench:mock) bench_args=(-icount shift=0) ;;
+bench:smmu)
+	# What the SMMUs' command queues consumed (scripts/bench.sh counts)
+	bench_args=(-icount shift=0)
+	arm64_trace=(-D "$trace" -trace smmuv3_cmdq_opcode
+		     -trace smmuv3_cmdq_tlbi_nh_asid -trace smmuv3_cmdq_consume) ;;
+esac
 
 case $arch in
 x86_64)
-	args=(qemu-system-x86_64 -M q35 -cpu max -smp 1 -m 2G -no-reboot
+	args=(qemu-system-x86_64 -M q35 -cpu max -smp $smp -m 2G -no-reboot
 	      -kernel "$obj/arch/x86/boot/bzImage"
 	      -append "console=ttyS0 $cmdline") ;;
 arm64)
 	args=(qemu-system-aarch64
 	      -M virt,gic-version=3,virtualization=on
-	      -cpu ${ARM_CPU:-max,pauth-impdef=on} -smp 1 -m 2G
+	      -cpu ${ARM_CPU:-max,pauth-impdef=on} -smp $smp -m 2G
 	      -bios "$QEMU_PREFIX/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"
 	      "${arm64_smmus[@]}" "${arm64_trace[@]}"
 	      -kernel "$obj/arch/arm64/boot/Image"
@@ -73,7 +96,7 @@ arm64)
 *) die "unknown arch $arch" ;;
 esac
 args+=(-initrd "$BUILD/initramfs-$arch.cpio.gz" -nographic -audio none
-       -nic none -monitor none -serial stdio)
+       -nic none -monitor none -serial stdio "${bench_args[@]}")
 
 # A test boot with the kernel, initramfs and QEMU command line of the last
 # complete one is not repeated: that run's console log is the result.
@@ -105,13 +128,14 @@ timeout --foreground "$timeout" "${QEMU_CMD[@]}" "${args[@]:1}" </dev/null 2>&1 
 		"@@ suite "*" begin") log "boot $name:   ${line#@@ suite } ..." ;;
 		"@@ suite "*" end"*)  log "boot $name:   ${line#@@ suite }" ;;
 		"@@ kmemleak begin")  log "boot $name:   kmemleak scan" ;;
+		"@@ bench "*)         [ "$mode" = bench ] && log "boot $name:   ${line#@@ }" ;;
 	esac fi
 done
 rc=${PIPESTATUS[0]}
 set -e -o pipefail
 [ "$rc" = 124 ] && echo "@@ timeout after ${timeout}s" >> "$logf"
 # viommu-2smmu's VMIDs as QEMU saw them: a suite of its own in the log
-if [ "$arch" = arm64 ]; then
+if [ "$arch" = arm64 ] && [ "$mode" != bench ]; then
 	if [ "$mode" = run ]; then
 		python3 "$TOP/scripts/smmu-trace.py" "$logf" "$trace"
 	else

@@ -5,7 +5,9 @@
 # regenerated when a config fragment or a Kconfig file changed.
 # KTREE/BUILD_OBJ select another tree and object dir (make check does);
 # KCONFIG_LENIENT=1 lets an option the tree does not know yet pass.
-# NO_E2E=1 leaves out tests/viommu-e2e.c (arm64).
+# NO_E2E=1 leaves out tests/viommu-e2e.c (arm64) and tests/viommu-bench.c.
+# CONFIG_EXTRA=<fragment> goes on top of the others (make bench's kernel
+# without the debug options: config/nodebug.config).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -22,11 +24,13 @@ logf=$obj/build.log
 mkdir -p "$obj"
 kmake() { make -C "$KTREE" O="$obj" ARCH=$karch CROSS_COMPILE=$cross "$@"; }
 
-frags=("$TOP/config/common.config" "$TOP/config/$arch.config")
-# Options a fragment asks for that the .config does not have
+frags=("$TOP/config/common.config" "$TOP/config/$arch.config" ${CONFIG_EXTRA:+"$CONFIG_EXTRA"})
+# Options a fragment asks for that the .config does not have (a later
+# fragment's value wins, as in merge_config.sh)
 config_drift() {
 	[ -f "$obj/.config" ] || { echo missing; return; }
 	sed -n 's/^\(CONFIG_[A-Z0-9_]*\)=\(.*\)/\1 \2/p' "${frags[@]}" |
+	awk '{ k = $1; sub(/^[^ ]* /, ""); v[k] = $0 } END { for (s in v) print s, v[s] }' |
 	while read -r sym val; do
 		if [ "$val" = n ]; then
 			if grep -q "^$sym=" "$obj/.config"; then echo "$sym"; fi
@@ -84,5 +88,14 @@ if [ "$arch" = arm64 ] && [ "${NO_E2E:-0}" != 1 ]; then
 		cmp -s "$obj/$t.tmp" "$obj/$t" 2>/dev/null &&
 			rm "$obj/$t.tmp" || mv "$obj/$t.tmp" "$obj/$t"
 	done
+fi
+# Both arches: the benchmark (make bench; make test runs it with tiny counts)
+if [ "${NO_E2E:-0}" != 1 ]; then
+	"${cross}gcc" -static -O2 -Wall -Wextra -Wno-unused-parameter -pthread \
+		-isystem "$obj/usr/include" -I "$KTREE/drivers/iommu/iommufd" \
+		-o "$obj/viommu-bench.tmp" "$TOP/tests/viommu-bench.c" >>"$logf" 2>&1 ||
+		die "build $arch: tests/viommu-bench.c does not build; see ${logf#"$TOP"/}"
+	cmp -s "$obj/viommu-bench.tmp" "$obj/viommu-bench" 2>/dev/null &&
+		rm "$obj/viommu-bench.tmp" || mv "$obj/viommu-bench.tmp" "$obj/viommu-bench"
 fi
 log "build $arch: done in $(( $(date +%s) - t0 ))s (kernel $((t1 - t0))s) -> ${obj#$TOP/}/$image"

@@ -11,7 +11,8 @@ case $arch in
 x86_64) busybox=/bin/busybox ;;
 arm64)  busybox=$BUILD/arm64-busybox/bin/busybox ;;
 esac
-inputs=("$busybox" "$TOP/guest/init" "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth)
+inputs=("$busybox" "$TOP/guest/init" "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth
+	"$obj/viommu-bench")
 if [ "$arch" = arm64 ]; then
 	"$TOP/scripts/initramfs-accel.sh"
 	inputs+=("$obj/viommu-e2e" "$obj/viommu-2smmu" "$BUILD/initramfs-arm64-accel.cpio")
@@ -32,7 +33,8 @@ for app in sh mount umount cat echo ls sed grep date sleep sync dmesg \
 	ln -s busybox "$stage/bin/$app"
 done
 cp "$TOP/guest/init" "$stage/init"
-cp "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth "$stage/tests/"
+cp "$obj"/selftests/iommufd "$obj"/selftests/iommufd_fail_nth "$obj/viommu-bench" \
+	"$stage/tests/"
 [ "$arch" = arm64 ] && cp "$obj/viommu-e2e" "$obj/viommu-2smmu" "$stage/tests/"
 (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 > "$out.tmp"
 # arm64: the accel_vmm stage's own part (QEMU, the L2 kernel and initramfs),
